@@ -159,7 +159,7 @@ class Daemon:
         try:
             op(self.config.trigger_dir, name)
         except FileWriteError as exc:
-            log.error("%s", exc, extra={"event": "trigger_write_failed", "name": name})
+            log.error("%s", exc, extra={"event": "trigger_write_failed", "trigger": name})
 
     def _shutdown(self) -> None:
         threads = self.threads

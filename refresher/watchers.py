@@ -207,12 +207,12 @@ class FileWatcher:
                     self._warned.add((name, state))
                     log.warning("ignoring trigger %s: it is %s, not a regular file",
                                 os.path.join(self._trigger_dir, name), state,
-                                extra={"event": "trigger_ignored", "name": name})
+                                extra={"event": "trigger_ignored", "trigger": name})
                 return
             if name in self._present:
                 return
             self._present.add(name)
-        log.info("trigger file %s", name, extra={"event": "trigger", "name": name})
+        log.info("trigger file %s", name, extra={"event": "trigger", "trigger": name})
         self._put(TriggerFile(name))
 
     def check_token(self) -> None:
