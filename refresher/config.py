@@ -63,6 +63,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "json"
     health_port: int = 0  # 0 = no health/metrics server
+    health_address: str = "0.0.0.0"  # the pod IP (kubelet probes it); 127.0.0.1 in tests
     ready_min_validity: float = DEFAULT_READY_MIN_VALIDITY  # /readyz margin, s
     inspect_path: str | None = None  # `inspect [PATH]`
 
@@ -180,6 +181,8 @@ OPTIONS: tuple[_Option, ...] = (
             "json"),
     _Option("health_port", None, "port of /livez, /readyz and /metrics (0: off)",
             _int_in(0, 65535), 0, metavar="PORT"),
+    _Option("health_address", None, "address the health server binds", _text, "0.0.0.0",
+            metavar="ADDR"),
     _Option("ready_min_validity", None, "/readyz fails when the token has less left than this",
             _duration, DEFAULT_READY_MIN_VALIDITY, metavar="DURATION"),
 )

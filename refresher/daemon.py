@@ -45,7 +45,8 @@ from .worker import MinterFactory, RefreshWorker, default_minter
 log = logging.getLogger(__name__)
 
 TICK = 30.0  # s: the loop wakes at least this often, so liveness can be judged
-JOIN_TIMEOUT = 2.0
+LIVENESS_WINDOW = 3 * TICK  # s without an event or tick before /livez fails
+JOIN_TIMEOUT = 0.8  # s for all threads together: exit promptly on `shutdown`
 
 Observer = Callable[[Event, State, list[Action]], None]
 
@@ -83,6 +84,14 @@ class Daemon:
             trigger_dir=config.trigger_dir, put=self.put, clock=self.clock,
             poll_interval=config.shutdown_interval)
         self.signals = SignalThread(self.put) if handle_signals else None
+        self.health: threading.Thread | None = None
+        if config.health_port:
+            from .health import HealthServer
+            from .metrics import Metrics
+
+            self.metrics = Metrics(config)
+            self.hooks.observers.append(self.metrics.observe)
+            self.health = HealthServer(config, liveness=self.liveness, metrics=self.metrics)
         self._handle_signals = handle_signals
         self._exit_code: int | None = None
 
@@ -97,7 +106,19 @@ class Daemon:
         own: list[threading.Thread] = [self.scheduler, self.worker]
         if self.signals is not None:
             own.append(self.signals)
+        if self.health is not None:
+            own.append(self.health)
         return own + self.watcher.threads
+
+    def liveness(self) -> tuple[bool, str]:
+        """(alive, reason): every worker thread runs and the loop handled something recently."""
+        dead = [t.name for t in self.threads if t.ident is not None and not t.is_alive()]
+        if dead:
+            return False, f"threads not running: {', '.join(dead)}"
+        idle = time.monotonic() - self.last_activity
+        if idle > LIVENESS_WINDOW:
+            return False, f"lifecycle loop idle for {idle:.0f}s"
+        return True, "ok"
 
     def run(self) -> int:
         """Prepare files, start the workers, run the loop until Exit; returns the exit code."""
@@ -108,9 +129,11 @@ class Daemon:
         self.worker.start()
         if self.signals is not None:
             self.signals.start()
+        if self.health is not None:
+            self.health.start()
         self.watcher.start()
         try:
-            self.watcher.rescan()
+            self.watcher.rescan(at_start=True)
             if prepared.default_problem and prepared.kept_own_token:
                 self.put(TokenChanged(self.config.default_token_file, None,
                                       prepared.default_problem))

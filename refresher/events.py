@@ -54,6 +54,7 @@ class TokenChanged:
 @dataclass(frozen=True, slots=True)
 class TriggerFile:
     name: str  # "activate" or "shutdown"
+    at_start: bool = False  # found by the start-up scan (a restarted refresher resumes)
 
 
 @dataclass(frozen=True, slots=True)

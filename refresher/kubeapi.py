@@ -15,13 +15,22 @@ import time
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from .claims import decode_claims
 from .config import Config
-from .errors import ApiError, ConfigError, PermanentApiError, TransientApiError
+from .errors import (
+    ApiError,
+    ConfigError,
+    PermanentApiError,
+    TokenError,
+    TransientApiError,
+)
 from .worker import MintResult
 
 log = logging.getLogger(__name__)
 
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409, 422})
+CREDENTIAL_RENEW_FACTOR = 1.5  # renew our own credential when < 1.5 x refresh_interval is left
+CREDENTIAL_RENEW_MIN = 120.0  # ...and never later than 2 minutes before it expires
 MAX_MESSAGE = 300
 
 
@@ -47,39 +56,57 @@ def _configuration(config: Config) -> Any:
 
 
 class TokenMinter:
+    """Mints tokens for the target service account, and keeps its own credential alive.
+
+    The refresher authenticates with its own service-account token, which kubelet also stops
+    rotating once the pod terminates. Before that credential gets close to its expiry, the minter
+    requests a token for the credential's own service account (the API audience, bound to the pod
+    when known) and uses it for the next calls. On a 401 it re-reads its configured credential
+    and retries once before the failure goes to the backoff.
+    """
+
     def __init__(self, config: Config) -> None:
         from kubernetes import client as k8s_client
 
         assert config.namespace and config.service_account
         self._config = config
-        self._api: Any = k8s_client.CoreV1Api(k8s_client.ApiClient(_configuration(config)))
-        self._body: dict[str, Any] = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "audiences": list(config.token_audience),
-                "expirationSeconds": int(config.expiration_duration),
-            },
-        }
-        if config.bound_to_pod:
-            self._body["spec"]["boundObjectRef"] = {
-                "apiVersion": "v1", "kind": "Pod",
-                "name": config.pod_name, "uid": config.pod_uid,
-            }
+        self._client_module: Any = k8s_client
+        self._api: Any = self._new_api()
+        self._own: str | None = None  # self-minted credential in use, if any
+        self._offset = 0.0
+        self._renew_failed_logged = False
+        self._body = _token_request(config.token_audience, config.expiration_duration, config)
+
+    def _new_api(self) -> Any:
+        k8s = self._client_module
+        return k8s.CoreV1Api(k8s.ApiClient(_configuration(self._config)))
 
     def close(self) -> None:
         self._api.api_client.close()
 
     def mint(self, timeout: float) -> MintResult:
-        """One TokenRequest. Raises TransientApiError or PermanentApiError."""
+        """One TokenRequest (plus a credential renewal when due). Raises ApiError subclasses."""
+        self._renew_credential_if_due(timeout)
+        try:
+            return self._request(self._config.namespace or "", self._config.service_account or "",
+                                 self._body, timeout)
+        except PermanentApiError as exc:
+            if exc.status != 401 or not self._reload_credential():
+                raise
+            log.warning("API server rejected the refresher's credential (401): retrying once "
+                        "with a freshly read one", extra={"event": "credential_rejected"})
+            return self._request(self._config.namespace or "", self._config.service_account or "",
+                                 self._body, timeout)
+
+    def _request(self, namespace: str, name: str, body: dict[str, Any],
+                 timeout: float) -> MintResult:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         sent = time.time()
         try:
             response = self._api.create_namespaced_service_account_token(
-                self._config.service_account, self._config.namespace, self._body,
-                _preload_content=False, _request_timeout=timeout)
+                name, namespace, body, _preload_content=False, _request_timeout=timeout)
             data = response.data
         except ApiException as exc:
             raise _classify(exc) from None
@@ -89,8 +116,80 @@ class TokenMinter:
         token = _token_from_body(data)
         server_time = _date(response.headers.get("Date"))
         offset = None if server_time is None else server_time - (sent + received) / 2
+        if offset is not None:
+            self._offset = offset
         return MintResult(token=token, received_at=received, server_time=server_time,
                           offset=offset)
+
+    # -- the refresher's own credential --------------------------------------------------------
+    def _credential(self) -> str | None:
+        cfg = self._api.api_client.configuration
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
+        value = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization")
+        if not value:
+            return None
+        text = str(value)
+        return text.split(" ", 1)[1] if text.lower().startswith("bearer ") else text
+
+    def _renew_credential_if_due(self, timeout: float) -> None:
+        token = self._credential()
+        if token is None:
+            return  # client certificates or another scheme: nothing expires under us
+        try:
+            claims = decode_claims(token)
+        except TokenError:
+            return  # not a JWT: not ours to renew
+        identity = claims.service_account
+        left = claims.expires_at - (time.time() + self._offset)
+        margin = max(CREDENTIAL_RENEW_FACTOR * self._config.refresh_interval,
+                     CREDENTIAL_RENEW_MIN)
+        if identity is None or left > margin:
+            return
+        body = _token_request(claims.audiences, self._config.expiration_duration, self._config)
+        try:
+            result = self._request(identity[0], identity[1], body, timeout)
+            fresh = decode_claims(result.token)
+        except (ApiError, TokenError) as exc:
+            if not self._renew_failed_logged:
+                self._renew_failed_logged = True
+                log.warning("cannot renew the refresher's own credential (%.0fs left): %s",
+                            left, exc, extra={"event": "credential_renew_failed"})
+            return
+        cfg = self._api.api_client.configuration
+        cfg.refresh_api_key_hook = None  # the file behind it is no longer rotated
+        cfg.api_key["BearerToken"] = f"Bearer {result.token}"
+        cfg.api_key.pop("authorization", None)
+        self._own = result.token
+        self._renew_failed_logged = False
+        log.info("renewed the refresher's own API credential", extra={
+            "event": "credential_renewed", "expires_at": fresh.expires_at,
+            "previous_seconds_left": round(left, 1)})
+
+    def _reload_credential(self) -> bool:
+        """Re-read the configured credential; True if it differs from the rejected one."""
+        rejected = self._credential()
+        try:
+            api = self._new_api()
+        except ConfigError:
+            return False
+        self._api.api_client.close()
+        self._api, self._own = api, None
+        return self._credential() != rejected
+
+
+def _token_request(audiences: tuple[str, ...], expiration: float,
+                   config: Config) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": list(audiences), "expirationSeconds": int(expiration)},
+    }
+    if config.bound_to_pod:
+        body["spec"]["boundObjectRef"] = {
+            "apiVersion": "v1", "kind": "Pod", "name": config.pod_name, "uid": config.pod_uid,
+        }
+    return body
 
 
 def _date(value: str | None) -> float | None:

@@ -137,8 +137,8 @@ def decide(state: State, event: Event, now: float) -> Result:
         case TriggerFile(name="shutdown"):
             state, actions = _stop(state, "shutdown_file", code=0)
             return state, [RemoveTrigger("shutdown"), *actions]
-        case TriggerFile(name="activate"):
-            return _activate(state, now, "activate_file")
+        case TriggerFile(name="activate", at_start=at_start):
+            return _activate(state, now, "restart" if at_start else "activate_file")
         case TriggerFile():
             return state, []
         case SignalReceived(signum=signum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
@@ -38,18 +39,23 @@ class BaseThread(threading.Thread):
 
 
 def stop_and_join(threads: Iterable[threading.Thread], timeout: float) -> list[str]:
-    """Stop all, then join all; returns the names of threads that outlived the timeout."""
+    """Stop all, then join all within one overall timeout; returns the threads still alive.
+
+    A thread stuck in a blocking call (a hung HTTP request) is a daemon thread: it is logged and
+    abandoned rather than allowed to delay the exit.
+    """
     threads = list(threads)
     for t in threads:
         stop = getattr(t, "stop", None)
         if callable(stop):
             stop()
+    deadline = time.monotonic() + timeout
     leftover = []
     for t in threads:
         if t.ident is not None:
-            t.join(timeout)
+            t.join(max(deadline - time.monotonic(), 0.0))
         if t.is_alive():
             leftover.append(t.name)
             log.warning("thread %s did not stop within %.1fs", t.name, timeout,
-                        extra={"event": "thread_leftover", "thread": t.name})
+                        extra={"event": "thread_leftover", "thread_name": t.name})
     return leftover

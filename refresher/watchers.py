@@ -193,12 +193,12 @@ class FileWatcher:
         if token_dirty:
             self.check_token()
 
-    def rescan(self) -> None:
+    def rescan(self, *, at_start: bool = False) -> None:
         self.check_token()
         for name in TRIGGER_NAMES:
-            self.check_trigger(name)
+            self.check_trigger(name, at_start=at_start)
 
-    def check_trigger(self, name: str) -> None:
+    def check_trigger(self, name: str, *, at_start: bool = False) -> None:
         state = trigger_state(self._trigger_dir, name)
         with self._lock:
             if state != "file":
@@ -213,7 +213,7 @@ class FileWatcher:
                 return
             self._present.add(name)
         log.info("trigger file %s", name, extra={"event": "trigger", "trigger": name})
-        self._put(TriggerFile(name))
+        self._put(TriggerFile(name, at_start=at_start))
 
     def check_token(self) -> None:
         try:

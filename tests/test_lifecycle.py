@@ -77,6 +77,8 @@ CASES = [
                  id="passive-sigint"),
     pytest.param(PASSIVE, TriggerFile("activate"), Mode.ACTIVE, ACTIVATE,
                  id="passive-activate-file"),
+    pytest.param(PASSIVE, TriggerFile("activate", at_start=True), Mode.ACTIVE, ACTIVATE,
+                 id="passive-activate-file-at-start"),
     pytest.param(PASSIVE, TriggerFile("shutdown"), Mode.STOPPING, ["RemoveTrigger", "Exit"],
                  id="passive-shutdown-file"),
     pytest.param(PASSIVE, TriggerFile("other"), Mode.PASSIVE, [], id="passive-unknown-trigger"),
@@ -155,6 +157,7 @@ def test_transition(state: State, event: Event, mode: Mode, expected: list[str])
 
 @pytest.mark.parametrize(("event", "reason"), [
     (TERM, "signal"), (TriggerFile("activate"), "activate_file"),
+    (TriggerFile("activate", at_start=True), "restart"),
     (TokenChanged("t", NEAR_EXPIRY), "expiry"), (TokenChanged("t", STALE), "stale_kubelet"),
     (TokenChanged("t", None, "bad"), "invalid_token"),
 ])
