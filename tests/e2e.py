@@ -203,7 +203,7 @@ class Pod:
 
 @contextmanager
 def running(pod: Pod, *extra: str, env: dict[str, str] | None = None,
-            **flags: str) -> Iterator[RefresherProcess]:
+            **flags: str) -> Iterator[RefresherProcess]:  # flags: --name=value
     proc = RefresherProcess(pod.args(*extra, **flags), env=env)
     try:
         yield proc

@@ -34,7 +34,7 @@ def test_defaults_match_the_original_tool() -> None:
 
 @pytest.mark.parametrize("spelling", ["--token_file", "--token-file"])
 def test_snake_and_kebab(spelling: str) -> None:
-    assert parse(spelling, "/x/t").__getitem__(1).token_file == "/x/t"
+    assert parse(spelling, "/x/t")[1].token_file == "/x/t"
     assert parse(f"{spelling}=/y/t")[1].token_file == "/y/t"
 
 

@@ -105,7 +105,7 @@ def test_missing_default_token_is_a_clear_error(pod: Pod) -> None:
 ])
 def test_bad_configuration_exits_2_with_one_line(pod: Pod, flag: str, value: str,
                                                  fragment: str) -> None:
-    with running(pod, **{flag: value}) as proc:
+    with running(pod, **{flag: value}) as proc:  # type: ignore[arg-type]
         assert proc.wait_exit() == 2
         err = "".join(line for line in proc.raw if not line.startswith("{"))
     assert err.count("\n") == 1 and fragment in err
@@ -132,6 +132,7 @@ def test_passive_follows_kubelet_without_api_calls_then_sigterm_activates(pod: P
         assert (pod.shared / "activate").is_file()
         assert review_ok(pod.server, pod.token_file)
         claims = decode_claims(pod.token_file.read_text())
+        assert claims.issued_at is not None
         assert claims.expires_at - claims.issued_at == pytest.approx(20, abs=1)
         proc.wait_event("refresh_succeeded", start=proc.lines.index(first) + 1)
         (pod.shared / "shutdown").write_text("")

@@ -179,7 +179,7 @@ def test_success_schedules_refresh_interval_or_80_percent() -> None:
     short = TokenInfo(issued_at=NOW, expires_at=NOW + 1800, received_at=NOW, own=True)
     _, actions = decide(ACTIVE_BUSY, RefreshSucceeded(short, 0.0, 0.01), NOW)
     timer = next(a for a in actions if isinstance(a, SetTimer))
-    assert (timer.kind, timer.delay) == (TimerKind.REFRESH, pytest.approx(0.8 * 1800))
+    assert timer.kind is TimerKind.REFRESH and timer.delay == pytest.approx(0.8 * 1800)
     _, actions = decide(ACTIVE_BUSY, OK, NOW)
     timer = next(a for a in actions if isinstance(a, SetTimer))
     assert timer.delay == pytest.approx(HOUR)

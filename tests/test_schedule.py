@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from refresher import schedule
@@ -37,10 +39,10 @@ def test_unknown_skew_still_never_overestimates(skew: float) -> None:
 def test_activation_rules() -> None:
     day = token(T0, T0 + 24 * HOUR, T0)
     at, reason = schedule.activation(day, refresh_interval=HOUR, offset=0.0)
-    assert (at, reason) == (pytest.approx(T0 + 0.85 * 24 * HOUR), "stale_kubelet")
+    assert at == pytest.approx(T0 + 0.85 * 24 * HOUR) and reason == "stale_kubelet"
     short = token(T0, T0 + 2 * HOUR, T0)
     at, reason = schedule.activation(short, refresh_interval=HOUR, offset=0.0)
-    assert (at, reason) == (pytest.approx(T0 + 0.5 * HOUR), "expiry")
+    assert at == pytest.approx(T0 + 0.5 * HOUR) and reason == "expiry"
 
 
 @pytest.mark.parametrize(("left", "expected"), [(None, 30.0), (3600, 30.0), (30, 10.0),
@@ -49,7 +51,7 @@ def test_request_timeout(left: float | None, expected: float) -> None:
     assert schedule.request_timeout(left) == pytest.approx(expected)
 
 
-KW = {"sleep": 20.0, "max_attempts": 3, "refresh_interval": HOUR}
+KW: dict[str, Any] = {"sleep": 20.0, "max_attempts": 3, "refresh_interval": HOUR}
 
 
 @pytest.mark.parametrize(("failures", "kind", "left", "retry_after", "expected"), [
