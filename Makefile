@@ -27,6 +27,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest -m "not soak" ; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,bench]'
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
