@@ -125,14 +125,14 @@ class Daemon:
         if self._handle_signals:
             block_signals()  # before any thread starts: they all inherit the mask
         prepared = prepare(self.config, self.clock)
-        self.scheduler.start()
-        self.worker.start()
-        if self.signals is not None:
-            self.signals.start()
-        if self.health is not None:
-            self.health.start()
-        self.watcher.start()
         try:
+            self.scheduler.start()
+            self.worker.start()
+            if self.signals is not None:
+                self.signals.start()
+            if self.health is not None:
+                self.health.start()
+            self.watcher.start()
             self.watcher.rescan(at_start=True)
             if prepared.default_problem and prepared.kept_own_token:
                 self.put(TokenChanged(self.config.default_token_file, None,

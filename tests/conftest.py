@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from refresher.devkubelet import ProjectedVolume
+from refresher.devserver import DevApiServer
+from tests.e2e import NS, SA, Pod
 from tests.helpers import wait_for
 
 
@@ -25,6 +29,28 @@ def _children() -> set[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.add(int(entry))
     return found
+
+
+@pytest.fixture
+def server() -> Iterator[DevApiServer]:
+    """The stand-in API server (tokens of seconds allowed), with service account NS/SA."""
+    with DevApiServer(min_expiration_seconds=1) as srv:
+        srv.add_service_account(NS, SA)
+        yield srv
+
+
+@pytest.fixture
+def pod(tmp_path: Path, server: DevApiServer) -> Pod:
+    """A kubelet-like projected volume with a 1h token, a shared dir, and the SA's kubeconfig."""
+    projected = tmp_path / "projected"
+    projected.mkdir()
+    own = server.issue_token(NS, SA, audiences=list(server.api_audiences),
+                             expiration_seconds=86400)
+    kubeconfig = Path(server.write_kubeconfig(tmp_path / "kubeconfig", token=own.token))
+    p = Pod(root=tmp_path, server=server, volume=ProjectedVolume(str(projected)),
+            projected=projected, shared=tmp_path / "shared", kubeconfig=kubeconfig)
+    p.kubelet_token(lifetime=3600)
+    return p
 
 
 @pytest.fixture(autouse=True)

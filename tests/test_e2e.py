@@ -12,13 +12,11 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from refresher.claims import decode_claims
-from refresher.devkubelet import ProjectedVolume
 from refresher.devserver import DevApiServer, Fault
 from tests.e2e import (
     NS,
@@ -31,26 +29,6 @@ from tests.e2e import (
     stop_gracefully,
 )
 from tests.helpers import sa_token, wait_for
-
-
-@pytest.fixture
-def server() -> Iterator[DevApiServer]:
-    with DevApiServer(min_expiration_seconds=1) as srv:
-        srv.add_service_account(NS, SA)
-        yield srv
-
-
-@pytest.fixture
-def pod(tmp_path: Path, server: DevApiServer) -> Pod:
-    projected = tmp_path / "projected"
-    projected.mkdir()
-    own = server.issue_token(NS, SA, audiences=list(server.api_audiences),
-                             expiration_seconds=86400)
-    kubeconfig = Path(server.write_kubeconfig(tmp_path / "kubeconfig", token=own.token))
-    p = Pod(root=tmp_path, server=server, volume=ProjectedVolume(str(projected)),
-            projected=projected, shared=tmp_path / "shared", kubeconfig=kubeconfig)
-    p.kubelet_token(lifetime=3600)
-    return p
 
 
 def review_ok(server: DevApiServer, path: Path, audience: str = "sts.amazonaws.com") -> bool:
