@@ -310,11 +310,14 @@ def resolve_identity(
 ) -> Config:
     """Fill namespace/service account from the default token's `sub`, then the namespace file."""
     namespace, service_account = config.namespace, config.service_account
+    why = f"the default token {config.default_token_file} has no system:serviceaccount subject"
     if namespace is None or service_account is None:
-        from_token = _identity_from_token(config.default_token_file)
+        from_token, problem = _identity_from_token(config.default_token_file)
         if from_token is not None:
             namespace = namespace or from_token[0]
             service_account = service_account or from_token[1]
+        elif problem is not None:
+            why = problem
     if namespace is None:
         try:
             with open(namespace_file, encoding="utf-8") as fh:
@@ -323,23 +326,20 @@ def resolve_identity(
             namespace = None
     if namespace is None:
         raise ConfigError(
-            "no namespace: pass -n/--namespace or NAMESPACE (the default token "
-            f"{config.default_token_file} names no service account and {namespace_file} "
+            f"no namespace: pass -n/--namespace or NAMESPACE ({why}, and {namespace_file} "
             "is not readable)"
         )
     if service_account is None:
-        raise ConfigError(
-            "no service account: pass -s/--service_account or SERVICE_ACCOUNT (the default "
-            f"token {config.default_token_file} has no system:serviceaccount subject)"
-        )
+        raise ConfigError(f"no service account: pass -s/--service_account or SERVICE_ACCOUNT "
+                          f"({why})")
     return replace(config, namespace=namespace, service_account=service_account)
 
 
-def _identity_from_token(path: str) -> tuple[str, str] | None:
+def _identity_from_token(path: str) -> tuple[tuple[str, str] | None, str | None]:
+    """((namespace, name) or None, why not)."""
     from .tokenfile import read_token  # local: tokenfile imports config constants
 
     try:
-        token = read_token(path)
-        return decode_claims(token.text).service_account
-    except TokenError:
-        return None
+        return decode_claims(read_token(path).text).service_account, None
+    except TokenError as exc:
+        return None, str(exc)
