@@ -79,6 +79,13 @@ class RefreshFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchRestored:
+    """A watched directory was deleted and is back (its files may be gone)."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """Sentinel: stop the lifecycle loop (tests, fatal adapter errors)."""
 
@@ -86,4 +93,4 @@ class Stop:
 
 
 Event = SignalReceived | TokenChanged | TriggerFile | TimerFired | RefreshSucceeded | \
-    RefreshFailed | Stop
+    RefreshFailed | WatchRestored | Stop

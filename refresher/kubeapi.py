@@ -47,7 +47,7 @@ def _configuration(config: Config) -> Any:
             k8s_config.load_incluster_config(client_configuration=cfg, try_refresh_token=True)
         else:
             k8s_config.load_kube_config(client_configuration=cfg)
-    except (k8s_config.ConfigException, OSError, ValueError, TypeError) as exc:
+    except Exception as exc:  # YAML errors, bad base64, missing keys: all name the file
         where = config.kubeconfig or "in-cluster config / ~/.kube/config"
         raise ConfigError(f"cannot load API credentials from {where}: "
                           f"{type(exc).__name__}: {str(exc)[:MAX_MESSAGE]}") from None

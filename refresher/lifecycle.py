@@ -27,6 +27,7 @@ from .events import (
     TokenChanged,
     TokenInfo,
     TriggerFile,
+    WatchRestored,
 )
 
 
@@ -151,6 +152,9 @@ def decide(state: State, event: Event, now: float) -> Result:
             return _on_success(state, event, now)
         case RefreshFailed():
             return _on_failure(state, event, now)
+        case WatchRestored():
+            # a recreated trigger directory lost the marker that makes a restart resume
+            return state, [WriteTrigger("activate")] if state.mode is Mode.ACTIVE else []
     return state, []  # pragma: no cover  (every event type is matched above)
 
 
@@ -282,7 +286,8 @@ def _on_failure(state: State, event: RefreshFailed, now: float) -> Result:
         fields["hint"] = hint
     level = logging.ERROR if event.kind is FailureKind.PERMANENT else logging.WARNING
     message = f"refresh failed: {event.message}" + (f" ({hint})" if hint else "")
+    honour_retry_after = event.kind is FailureKind.RATE_LIMITED and event.retry_after is not None
     return state, [
-        SetTimer(TimerKind.RETRY, delay, jitter=True),
+        SetTimer(TimerKind.RETRY, delay, jitter=not honour_retry_after),
         Log(level, "refresh_failed", message, fields),
     ]

@@ -17,7 +17,17 @@ import os
 import threading
 from collections.abc import Callable
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
@@ -25,13 +35,19 @@ from watchdog.observers.polling import PollingObserver
 from .claims import decode_claims
 from .clock import Clock
 from .errors import TokenError
-from .events import Event, TokenChanged, TokenInfo, TriggerFile
+from .events import Event, TokenChanged, TokenInfo, TriggerFile, WatchRestored
 from .threads import BaseThread
 from .tokenfile import TRIGGER_NAMES, read_token, trigger_state
 
 log = logging.getLogger(__name__)
 
 FAST_RECHECK = 1.0  # s between checks while a watched directory is missing
+# Creations, renames, deletions and closes after writing. Not opens, reads or read-only closes:
+# an app reading the token file in a loop must cost the refresher nothing.
+EVENT_FILTER: tuple[type[FileSystemEvent], ...] = (
+    FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent, FileDeletedEvent,
+    DirDeletedEvent, FileClosedEvent,
+)
 ObserverFactory = Callable[[], BaseObserver]
 
 
@@ -89,6 +105,7 @@ class FileWatcher:
         self._warned: set[tuple[str, str]] = set()
         self._observer: BaseObserver | None = None
         self._watches: dict[str, tuple[ObservedWatch, tuple[int, int]]] = {}
+        self._missing: set[str] = set()
         self._token_names = {os.path.basename(self._token_file),
                              os.path.basename(self._default), "..data"}
         self.polling = False
@@ -134,7 +151,8 @@ class FileWatcher:
             log.error("cannot watch %s: directory is missing", directory,
                       extra={"event": "watch_missing", "path": directory})
             return False
-        watch = observer.schedule(_Handler(self), directory, recursive=False)
+        watch = observer.schedule(_Handler(self), directory, recursive=False,
+                                  event_filter=list(EVENT_FILTER))
         self._watches[directory] = (watch, (st.st_dev, st.st_ino))
         return True
 
@@ -168,15 +186,22 @@ class FileWatcher:
                 with contextlib.suppress(KeyError, OSError):
                     observer.unschedule(current[0])
                 del self._watches[directory]
-            if identity is not None:
-                try:
-                    healthy = self._schedule(observer, directory)
-                except OSError as exc:
-                    log.warning("cannot re-watch %s: %s", directory, exc.strerror or exc,
-                                extra={"event": "watch_failed", "path": directory})
-                    continue
-                log.info("watching %s again", directory,
-                         extra={"event": "watch_restored", "path": directory})
+            if identity is None:
+                if directory not in self._missing:
+                    self._missing.add(directory)
+                    log.warning("watched directory %s is gone: its files are lost until it is "
+                                "back", directory, extra={"event": "watch_lost", "path": directory})
+                continue
+            try:
+                healthy = self._schedule(observer, directory)
+            except OSError as exc:
+                log.warning("cannot re-watch %s: %s", directory, exc.strerror or exc,
+                            extra={"event": "watch_failed", "path": directory})
+                continue
+            self._missing.discard(directory)
+            log.info("watching %s again", directory,
+                     extra={"event": "watch_restored", "path": directory})
+            self._put(WatchRestored(directory))
         return healthy and len(self._watches) == len(self.directories)
 
     # -- events ----------------------------------------------------------------------------

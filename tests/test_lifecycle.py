@@ -19,6 +19,7 @@ from refresher.events import (
     TokenChanged,
     TokenInfo,
     TriggerFile,
+    WatchRestored,
 )
 from refresher.lifecycle import (
     Action,
@@ -102,6 +103,7 @@ CASES = [
                  id="passive-retry-timer"),
     pytest.param(PASSIVE, OK, Mode.PASSIVE, [], id="passive-refresh-succeeded"),
     pytest.param(PASSIVE, FAIL, Mode.PASSIVE, [], id="passive-refresh-failed"),
+    pytest.param(PASSIVE, WatchRestored("/d"), Mode.PASSIVE, [], id="passive-watch-restored"),
     pytest.param(PASSIVE, Stop(), Mode.STOPPING, STOP, id="passive-stop"),
     # active
     pytest.param(ACTIVE, TERM, Mode.ACTIVE, [], id="active-first-sigterm"),
@@ -131,12 +133,15 @@ CASES = [
                  id="active-refresh-forbidden"),
     pytest.param(ACTIVE_BUSY, LIMITED, Mode.ACTIVE, ["SetTimer"],
                  id="active-refresh-rate-limited"),
+    pytest.param(ACTIVE, WatchRestored("/d"), Mode.ACTIVE, ["WriteTrigger"],
+                 id="active-watch-restored"),
     pytest.param(ACTIVE, Stop(), Mode.STOPPING, STOP, id="active-stop"),
     # stopping: everything is ignored
     *[pytest.param(STOPPING, ev, Mode.STOPPING, [], id=f"stopping-{name}") for name, ev in [
         ("sigterm", TERM), ("activate", TriggerFile("activate")),
         ("shutdown", TriggerFile("shutdown")), ("token", TokenChanged("t", FRESH)),
         ("timer", TimerFired(TimerKind.REFRESH)), ("ok", OK), ("fail", FAIL), ("stop", Stop()),
+        ("watch-restored", WatchRestored("/d")),
     ]],
 ]
 
@@ -213,6 +218,13 @@ def test_request_timeout_is_bounded_by_remaining_life() -> None:
     assert start.timeout == pytest.approx(10.0)
     _, actions = decide(PASSIVE, TERM, NOW)
     assert next(a for a in actions if isinstance(a, StartRefresh)).timeout == 30.0
+
+
+def test_retry_after_is_not_jittered_but_other_retries_are() -> None:
+    _, actions = decide(ACTIVE_BUSY, LIMITED, NOW)
+    assert next(a for a in actions if isinstance(a, SetTimer)).jitter is False
+    _, actions = decide(ACTIVE_BUSY, FAIL, NOW)
+    assert next(a for a in actions if isinstance(a, SetTimer)).jitter is True
 
 
 def test_shutdown_removes_trigger_before_exit() -> None:
