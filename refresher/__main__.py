@@ -1,7 +1,5 @@
 """`python -m refresher` is `token-refresher`."""
 
-import sys
+from .cli import console
 
-from .cli import main
-
-sys.exit(main())
+console()

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 TICK = 30.0  # s: the loop wakes at least this often, so liveness can be judged
 LIVENESS_WINDOW = 3 * TICK  # s without an event or tick before /livez fails
 JOIN_TIMEOUT = 0.8  # s for all threads together: exit promptly on `shutdown`
+WORKER_JOIN_TIMEOUT = 0.1  # s: a refresh in flight finishes its write in ~1 ms
 
 Observer = Callable[[Event, State, list[Action]], None]
 
@@ -185,9 +186,13 @@ class Daemon:
             log.error("%s", exc, extra={"event": "trigger_write_failed", "trigger": name})
 
     def _shutdown(self) -> None:
-        threads = self.threads
+        others = [t for t in self.threads if t is not self.worker]
         self.watcher.stop()
-        leftover = stop_and_join(threads, JOIN_TIMEOUT)
+        self.worker.stop()
+        leftover = stop_and_join(others, JOIN_TIMEOUT)
+        # The worker may be inside a request or still importing the API client: anything it
+        # writes is atomic, so it gets a short wait and is otherwise left behind (daemon thread).
+        leftover += stop_and_join([self.worker], WORKER_JOIN_TIMEOUT)
         log.info("exiting with status %s", self._exit_code,
                  extra={"event": "exiting", "code": self._exit_code,
                         "mode": str(self.state.mode), "leftover_threads": leftover})

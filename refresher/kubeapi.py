@@ -28,6 +28,7 @@ from .worker import MintResult
 
 log = logging.getLogger(__name__)
 
+TOKEN_REQUEST_PATH = "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409, 422})
 CREDENTIAL_RENEW_FACTOR = 1.5  # renew our own credential when < 1.5 x refresh_interval is left
 CREDENTIAL_RENEW_MIN = 120.0  # ...and never later than 2 minutes before it expires
@@ -78,11 +79,12 @@ class TokenMinter:
         self._body = _token_request(config.token_audience, config.expiration_duration, config)
 
     def _new_api(self) -> Any:
-        k8s = self._client_module
-        return k8s.CoreV1Api(k8s.ApiClient(_configuration(self._config)))
+        # The ApiClient alone, not CoreV1Api: that module (every core route and its models)
+        # costs ~20 MiB of RSS for the one route we call.
+        return self._client_module.ApiClient(_configuration(self._config))
 
     def close(self) -> None:
-        self._api.api_client.close()
+        self._api.close()
 
     def mint(self, timeout: float) -> MintResult:
         """One TokenRequest (plus a credential renewal when due). Raises ApiError subclasses."""
@@ -103,18 +105,24 @@ class TokenMinter:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        request = self._api.param_serialize(
+            method="POST", resource_path=TOKEN_REQUEST_PATH,
+            path_params={"namespace": namespace, "name": name},
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=body, auth_settings=["BearerToken"])
         sent = time.time()
         try:
-            response = self._api.create_namespaced_service_account_token(
-                name, namespace, body, _preload_content=False, _request_timeout=timeout)
-            data = response.data
+            response = self._api.call_api(*request, _request_timeout=timeout)
+            data = response.read()
         except ApiException as exc:
             raise _classify(exc) from None
         except (HTTPError, OSError) as exc:
             raise TransientApiError(f"connection failed: {type(exc).__name__}") from None
         received = time.time()
+        if not 200 <= response.status <= 299:
+            raise _classify_status(response.status, data, response.getheaders(), response.reason)
         token = _token_from_body(data)
-        server_time = _date(response.headers.get("Date"))
+        server_time = _date(response.getheader("Date"))
         offset = None if server_time is None else server_time - (sent + received) / 2
         if offset is not None:
             self._offset = offset
@@ -123,7 +131,7 @@ class TokenMinter:
 
     # -- the refresher's own credential --------------------------------------------------------
     def _credential(self) -> str | None:
-        cfg = self._api.api_client.configuration
+        cfg = self._api.configuration
         if cfg.refresh_api_key_hook is not None:
             cfg.refresh_api_key_hook(cfg)
         value = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization")
@@ -156,7 +164,7 @@ class TokenMinter:
                 log.warning("cannot renew the refresher's own credential (%.0fs left): %s",
                             left, exc, extra={"event": "credential_renew_failed"})
             return
-        cfg = self._api.api_client.configuration
+        cfg = self._api.configuration
         cfg.refresh_api_key_hook = None  # the file behind it is no longer rotated
         cfg.api_key["BearerToken"] = f"Bearer {result.token}"
         cfg.api_key.pop("authorization", None)
@@ -173,7 +181,7 @@ class TokenMinter:
             api = self._new_api()
         except ConfigError:
             return False
-        self._api.api_client.close()
+        self._api.close()
         self._api, self._own = api, None
         return self._credential() != rejected
 
@@ -222,13 +230,15 @@ def _status_message(body: Any) -> str:
 
 
 def _classify(exc: Any) -> ApiError:
-    status = int(exc.status or 0)
-    message = _status_message(exc.body)
+    return _classify_status(int(exc.status or 0), exc.body, exc.headers, exc.reason)
+
+
+def _classify_status(status: int, body: Any, headers: Any, reason: Any) -> ApiError:
+    message = _status_message(body)
     text = f"HTTP {status}" + (f": {message}" if message else "") if status else \
-        f"request failed: {str(exc.reason)[:MAX_MESSAGE]}"
+        f"request failed: {str(reason)[:MAX_MESSAGE]}"
     if status == 429:
-        return TransientApiError(text, status=status,
-                                 retry_after=_retry_after(exc.headers))
+        return TransientApiError(text, status=status, retry_after=_retry_after(headers))
     if status in PERMANENT_STATUSES:
         return PermanentApiError(text, status=status)
     return TransientApiError(text, status=status or None)
