@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/token-refresher demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check refresher tests bench
+	$(BIN)/ruff check refresher tests bench tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
