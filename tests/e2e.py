@@ -155,9 +155,13 @@ class TokenReader(threading.Thread):
         except (TokenError, UnicodeDecodeError):
             return "partial or malformed"
         self.report.fingerprints.add(hash(data))
+        self.on_token(data)
         if claims.expires_at <= self.clock():
             return "expired"
         return None
+
+    def on_token(self, data: bytes) -> None:
+        """Called with every well-formed token read (subclasses collect them; never printed)."""
 
     def stop(self) -> ReaderReport:
         self._stopped.set()

@@ -33,7 +33,6 @@ from kubernetes.client.exceptions import ApiException
 
 from refresher.claims import decode_claims
 from refresher.devkubelet import ProjectedVolume
-from refresher.errors import TokenError
 from tests.e2e import RefresherProcess, TokenReader, scan_for_leaks, stop_gracefully
 from tests.helpers import wait_for
 from tests.kube.kubeenv import Kube, api_error, same_token
@@ -248,24 +247,8 @@ class CollectingReader(TokenReader):
         super().__init__(path)
         self.seen: dict[bytes, None] = {}  # insertion-ordered set
 
-    def _check(self) -> str | None:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return "missing"
-        except OSError as exc:
-            return f"unreadable: {exc.strerror}"
-        if not data.strip():
-            return "empty"
-        try:
-            claims = decode_claims(data.decode("ascii"))
-        except (TokenError, UnicodeDecodeError):
-            return "partial or malformed"
-        self.report.fingerprints.add(hash(data))
+    def on_token(self, data: bytes) -> None:
         self.seen.setdefault(data, None)
-        if claims.expires_at <= self.clock():
-            return "expired"
-        return None
 
     def tokens(self) -> list[str]:
         return [data.decode("ascii").strip() for data in self.seen]
