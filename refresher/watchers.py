@@ -30,6 +30,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 from watchdog.observers.polling import PollingObserver
 
 from .claims import decode_claims
@@ -49,6 +50,12 @@ EVENT_FILTER: tuple[type[FileSystemEvent], ...] = (
     DirDeletedEvent, FileClosedEvent,
 )
 ObserverFactory = Callable[[], BaseObserver]
+
+# watchdog holds every IN_MOVED_FROM for up to 0.5 s to pair it with its IN_MOVED_TO, and events
+# queued behind it wait too: on a busy node a `shutdown` right after one of our own renames came
+# 0.5 s late. We re-read state on any event and match both the source and destination names, so
+# unpaired halves of a rename serve as well as a paired move.
+InotifyMoveEventGrouper.delay = 0.0
 
 
 def token_info_from_file(path: str, clock: Clock) -> TokenInfo:
